@@ -1,0 +1,1 @@
+"""Prefect orchestration of the stages defined in dvc.yaml."""

@@ -1,0 +1,1 @@
+"""Stage logic of the MNIST pipeline: one module per stage, each runnable as `python -m tasks.<stage>`."""
