@@ -7,6 +7,7 @@ exactly the dvc.lock that `dvc repro` would have written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -30,18 +31,18 @@ def stage_order(root: Path) -> list[str]:
     import networkx as nx
     from dvc.repo import Repo
 
-    with Repo(os.fspath(root)) as repo:
+    with contextlib.chdir(root), Repo(os.fspath(root)) as repo:  # DVC's API assumes cwd is the repo
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         position = {stage: i for i, stage in enumerate(repo.index.stages)}
         ordered = nx.lexicographical_topological_sort(graph.reverse(), key=lambda s: position[s])
-        return [stage.addressing for stage in ordered]
+        return [stage.name for stage in ordered]
 
 
 def stage_changes(root: Path, stage: str) -> list[str]:
     """What DVC sees changed in one stage (deps, params, outs, command); empty when up to date."""
     from dvc.repo import Repo
 
-    with Repo(os.fspath(root)) as repo:
+    with contextlib.chdir(root), Repo(os.fspath(root)) as repo:
         status = repo.status(targets=[stage])
     changes: list[str] = []
     for entries in status.values():

@@ -6,7 +6,6 @@ arrays must hash to the pinned SHA-256s; otherwise nothing is written.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import sys
 from pathlib import Path
@@ -73,7 +72,6 @@ def ingest(params: Params, mirror_env: str | None = None) -> dict:
             n: {"shape": list(arrays[n].shape), "dtype": str(arrays[n].dtype), "sha256": digests[n]}
             for n in ARRAY_NAMES
         },
-        "fetched_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     save_arrays(RAW_DIR, {n: arrays[n].astype(np.uint8, copy=False) for n in ARRAY_NAMES})
     write_json(PROVENANCE, record)
