@@ -27,6 +27,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.deploy import check_api_url, serve
+
+    url = check_api_url()
+    print(f"serving the pipeline on {args.root.resolve()} against {url}; cron {args.cron!r} ({args.timezone})")
+    serve(
+        args.root, cron=args.cron, timezone=args.timezone, name=args.name, collision=args.collision, paused=args.paused
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnist-pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting in params.yaml"
     )
     run.set_defaults(func=_run)
+
+    from flows.deploy import COLLISION_STRATEGIES, DEFAULT_COLLISION, DEFAULT_CRON, DEFAULT_TIMEZONE, DEPLOYMENT_NAME
+
+    serve = sub.add_parser(
+        "serve",
+        help="create the scheduled deployment and run its flow runs (needs a Prefect server: PREFECT_API_URL)",
+    )
+    serve.add_argument("--root", type=Path, default=Path("."), help="project folder holding dvc.yaml (default: .)")
+    serve.add_argument("--cron", default=DEFAULT_CRON, help=f"when to run (default: {DEFAULT_CRON!r}, nightly)")
+    serve.add_argument("--timezone", default=DEFAULT_TIMEZONE, help=f"cron timezone (default: {DEFAULT_TIMEZONE})")
+    serve.add_argument("--name", default=DEPLOYMENT_NAME, help=f"deployment name (default: {DEPLOYMENT_NAME})")
+    serve.add_argument(
+        "--collision",
+        choices=COLLISION_STRATEGIES,
+        default=DEFAULT_COLLISION,
+        help=f"what happens to a run that starts while one is running (default: {DEFAULT_COLLISION}: it waits)",
+    )
+    serve.add_argument("--paused", action="store_true", help="create the schedule paused (runs only when triggered)")
+    serve.set_defaults(func=_serve)
 
     try:
         from tasks.lineage_cli import add_lineage_parser

@@ -16,6 +16,7 @@ from prefect.runtime import deployment, flow_run
 from prefect.states import Completed
 
 from flows.artifacts import publish_artifacts
+from flows.remote import sync_remote
 from flows.stages import TEMPFAIL, failure_message, repro_stage, stage_changes, stage_order
 from flows.workspace import apply_overrides, workspace_lock
 from tasks.config import load_params
@@ -66,11 +67,22 @@ def run_stage(stage: str, root: str, stages_run: list[str]):
 
 
 @flow(name="mnist-pipeline")
-def mnist_pipeline(root: str = ".", overrides: dict[str, Any] | None = None, epochs: int | None = None) -> dict:
-    """ingest → validate → preprocess → train → evaluate, as dvc.yaml wires them."""
+def mnist_pipeline(
+    root: str = ".",
+    overrides: dict[str, Any] | None = None,
+    epochs: int | None = None,
+    pull: bool = False,
+    push: bool = False,
+) -> dict:
+    """ingest → validate → preprocess → train → evaluate, as dvc.yaml wires them.
+
+    pull/push: `dvc pull` before the stages and `dvc push` after them (deployments set both).
+    """
     workspace = Path(root).resolve()
     overrides = {**(overrides or {}), **({"train.epochs": epochs} if epochs is not None else {})}
     with workspace_lock(workspace):
+        if pull:
+            sync_remote.with_options(name="dvc-pull")(os.fspath(workspace), "pull")
         applied = apply_overrides(workspace, overrides)
         load_params(workspace / "params.yaml")  # a bad setting fails here, before any stage runs
         ran: list[str] = []
@@ -79,4 +91,6 @@ def mnist_pipeline(root: str = ".", overrides: dict[str, Any] | None = None, epo
             if isinstance(outcome, dict) and outcome["ran"]:
                 ran.append(stage)
         summary = publish_artifacts(workspace, ran, applied, trigger(), str(flow_run.id or ""))
+        if push:
+            sync_remote.with_options(name="dvc-push")(os.fspath(workspace), "push")
     return summary
