@@ -9,6 +9,7 @@ import numpy as np
 
 from tasks.config import Params
 from tasks.io import load_arrays, write_json, write_text
+from tasks.lineage import record_evaluate
 from tasks.modelio import load_model
 from tasks.stage import run_stage
 
@@ -88,6 +89,8 @@ def evaluate(params: Params) -> dict:
     write_json(METRICS, metrics)
     write_text(CONFUSION, confusion_csv(y, predicted))
     print(summary(metrics), flush=True)
+    record = record_evaluate(Path.cwd())  # lineage/runs.jsonl, reports/lineage.json, reports/model_card.md
+    print(f"[evaluate] lineage recorded: {record['trigger']} run {record['run_id'] or '-'}", flush=True)
     return metrics
 
 
