@@ -93,7 +93,8 @@ def _metrics_section(metrics: dict) -> list[str]:
 
 def _lineage_section(record: dict) -> list[str]:
     git = record.get("git", {})
-    state = "unknown" if git.get("dirty") is None else ("with uncommitted changes" if git.get("dirty") else "clean")
+    changed = ", ".join(f"`{p}`" for p in git.get("changed", []))
+    state = {None: "unknown", False: "clean"}.get(git.get("dirty"), f"uncommitted changes: {changed}")
     rows = [[f"`{p}`", a.get("stage"), f"`{a.get('md5')}`"] for p, a in record.get("artifacts", {}).items()]
     return [
         "## Lineage",

@@ -55,7 +55,10 @@ def render_trace(result: dict) -> str:
         f"{result['path']}: md5 {d['md5']}" + (f", sha256 {d['sha256']}" if "sha256" in d else ""),
         f"  is {found}",
     ]
-    lines += [f"  made by {_run_line(result['made_by'])}; in {len(result['runs'])} recorded run(s)", ""]
+    lines.append(f"  made by {_run_line(result['made_by'])}; in {len(result['runs'])} recorded run(s)")
+    if len(result["runs"]) > 1:
+        lines.append(f"  last recorded by {_run_line(result['latest'])}")
+    lines.append("")
     if not rec:
         return "\n".join([*lines, "no lineage record holds it (run log missing?): only dvc.lock knows it"])
     src, git, val = rec.get("source", {}), rec.get("git", {}), rec.get("validation") or {}
@@ -89,6 +92,9 @@ def render_trace(result: dict) -> str:
     rows.append(["run", _run_line(rec), f"stages run: {', '.join(rec.get('stages_run', [])) or 'none'}"])
     m = rec.get("metrics", {})
     rows.append(["metrics", f"accuracy {m.get('test_accuracy')}", f"loss {m.get('test_loss')}"])
+    latest = (result["latest"] or {}).get("metrics") or m
+    if latest != m:  # evaluate changed since: the newest figures too
+        rows.append(["", f"accuracy {latest.get('test_accuracy')} (latest run)", f"loss {latest.get('test_loss')}"])
     return "\n".join(lines) + table(["step", "what", "digest / detail"], rows) + "\n"
 
 
@@ -147,7 +153,8 @@ def cmd_history(args) -> int:
         except ValueError as exc:
             print(f"lineage history: {exc}", file=sys.stderr)
             return 2
-        rows = [[short(m["model_md5"], 12), _when(m["first"]["time"]), m["first"]["trigger"], m["first"]["run_id"],
+        rows = [[short(m["model_md5"], 12), _when(m["first"]["time"]), m["first"]["trigger"],
+                 (m["first"]["run_id"] or "-")[:8],
                  m["runs"], m["metrics"].get("test_accuracy"), m["metrics"].get("test_loss"),
                  " ".join(f"{k}={v}" for k, v in m["train"].items()), ", ".join(m["matched"])]
                 for m in result["models"]]  # fmt: skip

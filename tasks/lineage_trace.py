@@ -82,7 +82,7 @@ def trace(root: Path, path: Path) -> dict:
         if hits:
             records.append(record)
             matches += [h for h in hits if h not in matches]
-    lineage = records[-1] if records else None
+    lineage = records[0] if records else None  # the run that first produced this content: its code, its run
     if lineage is None and in_lock:
         current = current_lineage(root)
         lineage = current if any(d in wanted for d, _, _ in record_digests(current)) else None
@@ -95,6 +95,7 @@ def trace(root: Path, path: Path) -> dict:
         "matches": matches,
         "in_dvc_lock": bool(in_lock),
         "made_by": _run(records[0]) if records else None,
+        "latest": {**_run(records[-1]), "metrics": records[-1].get("metrics")} if records else None,
         "runs": [_run(r) for r in records],
         "lineage": lineage,
     }
