@@ -18,7 +18,9 @@ def _run(args: argparse.Namespace) -> int:
     from flows.workspace import parse_assignments
 
     overrides = parse_assignments(args.set)
-    state = mnist_pipeline(root=os.fspath(args.root), overrides=overrides, return_state=True)
+    state = mnist_pipeline(
+        root=os.fspath(args.root), overrides=overrides, pull=args.pull, push=args.push, return_state=True
+    )
     if not state.is_completed():
         print(f"pipeline {state.name}: {state.message}", file=sys.stderr)
         return 1
@@ -48,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting in params.yaml"
     )
+    run.add_argument("--pull", action="store_true", help="`dvc pull` from the DVC remote before the stages")
+    run.add_argument("--push", action="store_true", help="`dvc push` to the DVC remote after the stages")
     run.set_defaults(func=_run)
 
     from flows.deploy import COLLISION_STRATEGIES, DEFAULT_COLLISION, DEFAULT_CRON, DEFAULT_TIMEZONE, DEPLOYMENT_NAME
