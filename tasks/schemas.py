@@ -86,17 +86,23 @@ class Failure:
         return f"{self.array}: check '{self.check}' failed{where}: {self.message}"
 
 
-def _failure(array: str, error: SchemaError, max_indices: int) -> Failure:
+def _located(array: str, check: str, message: str, bad: np.ndarray, max_indices: int) -> Failure:
+    per_sample = bad.reshape(bad.shape[0], -1).any(axis=1)
+    samples = tuple(int(i) for i in np.flatnonzero(per_sample)[:max_indices])
+    return Failure(array, check, message, int(bad.sum()), samples)
+
+
+def _failure(array: str, error: SchemaError, max_indices: int, data: np.ndarray) -> Failure:
+    # pandera's lazy errors carry no data (error.data is None): the caller passes the array itself.
     check = getattr(error.check, "name", None) or str(error.check)
     message = str(error).splitlines()[0][:300]
     output = error.check_output
     if isinstance(output, xr.DataArray) and output.ndim >= 1:
-        bad = ~np.asarray(output, dtype=bool)
-        per_sample = bad.reshape(bad.shape[0], -1).any(axis=1)
-        samples = tuple(int(i) for i in np.flatnonzero(per_sample)[:max_indices])
-        return Failure(array, check, message, int(bad.sum()), samples)
-    if error.check is not None and check == "all_classes_present" and error.data is not None:
-        counts = np.bincount(np.asarray(error.data).ravel().clip(0, 9), minlength=10)
+        return _located(array, check, message, ~np.asarray(output, dtype=bool), max_indices)
+    if check == "nullable" and data.ndim >= 1 and np.issubdtype(data.dtype, np.floating):
+        return _located(array, check, message, np.isnan(data), max_indices)
+    if check == "all_classes_present":
+        counts = np.bincount(np.asarray(data).ravel().clip(0, 9), minlength=10)
         message = f"missing classes {[int(c) for c in np.flatnonzero(counts == 0)]}"
     return Failure(array, check, message)
 
@@ -108,7 +114,7 @@ def check_array(schema: px.DataArraySchema, name: str, array: np.ndarray, max_in
     try:
         schema.validate(xr.DataArray(array, dims=schema.dims), lazy=True)
     except SchemaErrors as exc:
-        return [_failure(name, err, max_indices) for err in exc.schema_errors]
+        return [_failure(name, err, max_indices, array) for err in exc.schema_errors]
     except SchemaError as exc:
-        return [_failure(name, exc, max_indices)]
+        return [_failure(name, exc, max_indices, array)]
     return []

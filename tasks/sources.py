@@ -60,6 +60,8 @@ def decode_idx(data: bytes, name: str, expect_ndim: int) -> np.ndarray:
 
 def decode_npz(data: bytes, name: str) -> dict[str, np.ndarray]:
     """Read Keras's mnist.npz without pickle; a missing array or a broken zip is named."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):  # np.load would try a .npy or a pickle instead
+        raise SourceError(f"{name}: not a readable .npz file (not a zip archive: truncated, or another format)")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             missing = sorted(set(IDX_FILES) - set(npz.files))
@@ -157,9 +159,10 @@ def read_mirror_file(mirror: str, stem: str, *, timeout: float, retries: int) ->
     """Find one of the four files in a mirror folder or URL; name every place looked in if absent."""
     tried = []
     for candidate in mirror_candidates(mirror, stem):
-        if not is_url(candidate):
-            if Path(candidate).is_file():
-                return candidate, Path(candidate).read_bytes()
+        if not is_url(candidate) or candidate.startswith("file://"):
+            path = Path(candidate.removeprefix("file://"))
+            if path.is_file():
+                return candidate, path.read_bytes()
             tried.append(candidate)
             continue
         try:

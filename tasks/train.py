@@ -20,10 +20,15 @@ NUM_CLASSES = 10
 
 
 def seed_everything(seed: int) -> None:
-    """Same seed, same data, same code, same machine: the same weights."""
+    """Same seed, same data, same code, same machine: the same weights, and the same bytes.
+
+    clear_session resets Keras's layer-name counters: otherwise a second training in the same
+    process names its layers dense_2, adam_1... and saves a different file.
+    """
     import keras
     import tensorflow as tf
 
+    keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
