@@ -12,7 +12,6 @@ workspace is up to date, the remote holds everything, and a fresh clone restores
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
@@ -26,12 +25,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import yaml
 
 from flows.deploy import DEFAULT_CRON, DEPLOYMENT_NAME
-from tasks.io import sha256_array
+from tests.repo_factory import make_repo
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -46,62 +44,19 @@ RUN_TIMEOUT_S = 240
 # ---------------------------------------------------------------- the workspace
 
 
-def synthetic_mnist(n_train: int = 60, n_test: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
-    """Every class present; each class a bright block in its own place, so one epoch learns something."""
-    rng = np.random.default_rng(seed)
-
-    def images(labels: np.ndarray) -> np.ndarray:
-        x = rng.integers(0, 40, size=(len(labels), 28, 28), dtype=np.uint8)
-        for i, label in enumerate(labels):
-            row, col = 2 + 12 * (label // 5), 1 + 5 * (label % 5)
-            x[i, row : row + 6, col : col + 6] = 230
-        return x
-
-    y_train = rng.permutation(np.arange(n_train) % 10).astype(np.uint8)
-    y_test = rng.permutation(np.arange(n_test) % 10).astype(np.uint8)
-    return {"x_train": images(y_train), "y_train": y_train, "x_test": images(y_test), "y_test": y_test}
-
-
 def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid"}
-    env |= {"GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
-
-
-def copy_repo(dest: Path) -> None:
-    """The working tree as git sees it (tracked and new files, not ignored ones) plus .dvc/config."""
-    files = git(REPO, "ls-files", "--cached", "--others", "--exclude-standard", "-z").split("\0")
-    for rel in [f for f in files if f] + [".dvc/config"]:
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
 @pytest.fixture
 def workspace(tmp_path) -> Path:
-    """tmp/ws: the repository on synthetic data; its DVC remote (../mnist-dvc-remote) is tmp/mnist-dvc-remote."""
-    root = tmp_path / "ws"
-    root.mkdir()
-    copy_repo(root)
-    arrays = synthetic_mnist()
-    npz = tmp_path / "mnist.npz"
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    npz.write_bytes(buffer.getvalue())
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["ingest"] |= {
-        "source": "npz",
-        "npz_path": str(npz),
-        "digests": {name: sha256_array(a) for name, a in arrays.items()},
-    }
-    params["validate"] |= {"train_size": len(arrays["y_train"]), "test_size": len(arrays["y_test"])}
-    params["train"] |= {"epochs": 1, "batch_size": 10, "steps_per_execution": 1}
-    params["evaluate"] |= {"batch_size": 10}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", ".")
-    git(root, "commit", "-q", "-m", "synthetic workspace")
+    """tmp/ws: the project on synthetic data, with this repository's committed dvc.lock, whose
+    outputs its DVC remote (../mnist-dvc-remote, so tmp/mnist-dvc-remote) does not hold yet:
+    a fresh clone's first deployment run against an empty remote."""
+    root = make_repo(tmp_path / "ws")
+    shutil.copy2(REPO / "dvc.lock", root / "dvc.lock")
+    git(root, "add", "dvc.lock")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "the committed dvc.lock")
     return root
 
 
@@ -141,6 +96,14 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
+def listening(pid: int) -> set[str]:
+    """The addresses a process and its children listen on."""
+    import psutil
+
+    family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return {c.laddr.ip for p in family for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+
+
 def tail(log: Path, n: int = 60) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else ""
 
@@ -169,8 +132,8 @@ def prefect_env(tmp_path) -> dict[str, str]:
 
 
 @pytest.fixture
-def prefect_server(tmp_path, prefect_env) -> Iterator[tuple[str, float]]:
-    """(API URL, seconds until /api/health answered)."""
+def prefect_server(tmp_path, prefect_env) -> Iterator[tuple[str, float, int]]:
+    """(API URL, seconds until /api/health answered, pid)."""
     log = tmp_path / "server.log"
     port = prefect_env["PREFECT_SERVER_API_PORT"]
     cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port]
@@ -185,7 +148,7 @@ def prefect_server(tmp_path, prefect_env) -> Iterator[tuple[str, float]]:
             if proc.poll() is not None or time.monotonic() - started > SERVER_START_S:
                 pytest.fail(f"prefect server did not come up:\n{tail(log)}")
             time.sleep(0.25)
-        yield url, time.monotonic() - started
+        yield url, time.monotonic() - started, proc.pid
     finally:
         stop(proc)
 
@@ -193,7 +156,7 @@ def prefect_server(tmp_path, prefect_env) -> Iterator[tuple[str, float]]:
 @pytest.fixture
 def served(tmp_path, workspace, prefect_env, prefect_server) -> Iterator[dict]:
     """`mnist-pipeline serve` on the workspace; yields the deployment once the server knows it."""
-    url, _ = prefect_server
+    url, _, _ = prefect_server
     log = tmp_path / "serve.log"
     proc = start([sys.executable, "-m", "flows.cli", "serve", "--root", str(workspace)], workspace, prefect_env, log)
     try:
@@ -265,6 +228,14 @@ def runs_log(root: Path) -> dict[str, dict]:
     return {r["run_id"]: r for r in records if r.get("run_id")}
 
 
+def outputs(root: Path) -> tuple[list[str], list[str]]:
+    """dvc.yaml's outputs (outs, metrics, plots): (cached, marked `cache: false`)."""
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"].values()
+    entries = [e for s in stages for kind in ("outs", "metrics", "plots") for e in s.get(kind, [])]
+    specs = [next(iter(e.items())) if isinstance(e, dict) else (e, {}) for e in entries]
+    return [p for p, o in specs if o.get("cache", True)], [p for p, o in specs if not o.get("cache", True)]
+
+
 def first_time(history: list[dict], state_type: str) -> str:
     return next(s["timestamp"] for s in history if s["type"] == state_type)
 
@@ -279,7 +250,8 @@ def last_time(history: list[dict], state_type: str) -> str:
 def test_scheduled_deployment_runs_one_at_a_time_and_records_each_run(
     tmp_path, workspace, prefect_env, prefect_server, served
 ):
-    url, server_start_s = prefect_server
+    url, server_start_s, server_pid = prefect_server
+    assert listening(server_pid) == {"127.0.0.1"}, "the Prefect server must listen on loopback only"
     deployment, log = served["deployment"], served["log"]
 
     # the deployment as defined: nightly cron, one run at a time (enqueue), pull and push
@@ -333,22 +305,25 @@ def test_scheduled_deployment_runs_one_at_a_time_and_records_each_run(
     assert "up to date" in dvc(workspace, "status")
     assert "in sync" in dvc(workspace, "status", "--cloud")
 
-    # a fresh clone of this commit (with the run's dvc.lock) restores every cached output from the remote
+    # a fresh clone of the run's commit restores from the remote every output DVC caches
     git(workspace, "add", "dvc.lock")
-    git(workspace, "commit", "-q", "-m", "nightly run")
-    clone = tmp_path / "clone"
+    git(workspace, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "nightly run")
+    clone = tmp_path / "clone"  # beside ws, so its ../mnist-dvc-remote is the same folder
     git(tmp_path, "clone", "-q", str(workspace), str(clone))
     dvc(clone, "pull")
-    for out in ("data/raw", "data/processed", "models/model.keras"):
+    cached, uncached = outputs(workspace)
+    for out in cached:
         original, restored = workspace / out, clone / out
         files = [p.relative_to(original) for p in original.rglob("*") if p.is_file()] if original.is_dir() else [""]
         for rel in files:
             assert (restored / rel).read_bytes() == (original / rel).read_bytes(), f"{out}/{rel}"
+    if not uncached:  # outputs marked `cache: false` never reach the remote, so only then is the clone complete
+        assert "up to date" in dvc(clone, "status")
 
     print(
         f"\nserver up in {server_start_s:.1f}s; run A (all stages) Completed {a_seconds:.1f}s after the trigger "
         f"({_duration(a_done):.1f}s running); run B (queued, all skipped) Completed {b_seconds:.1f}s after "
-        f"({_duration(b_done):.1f}s running)"
+        f"({_duration(b_done):.1f}s running); not in the remote (cache: false): {', '.join(uncached) or 'none'}"
     )
 
 
