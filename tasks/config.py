@@ -6,6 +6,7 @@ allowed: a typo in params.yaml must never silently fall back to a default.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -102,17 +103,49 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
     except ValidationError as exc:
         lines = "\n  ".join(_describe(e) for e in exc.errors())
         raise ParamsError(f"{source} is invalid:\n  {lines}") from None
+    if problems := inconsistencies(params):
+        raise ParamsError(f"{source} is invalid:\n  " + "\n  ".join(problems))
     return params
+
+
+def inconsistencies(params: Params) -> list[str]:
+    """Settings valid one by one that cannot work together; caught here, before any stage works."""
+    problems = []
+    if params.train.batch_size > params.validate_.train_size:
+        problems.append(
+            f"train.batch_size: {params.train.batch_size} is larger than the data "
+            f"(validate.train_size: {params.validate_.train_size} training samples); lower train.batch_size"
+        )
+    return problems
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys without a word; a repeated setting is an error here."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ParamsError(f"{path} not found: run from the project root, where params.yaml lives") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
-        raw = yaml.safe_load(text)
+        stream = io.StringIO(text)
+        stream.name = str(path)  # YAML's messages then say `in "params.yaml", line 3`
+        raw = yaml.load(stream, Loader=_UniqueKeyLoader)  # a SafeLoader: plain data only, no Python objects
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path} is not valid YAML: {exc}") from None
     return parse_params(raw, str(path))

@@ -14,8 +14,8 @@ import numpy as np
 
 from tasks.config import ARRAY_NAMES, IngestParams, Params, mirror_override
 from tasks.digests import IDX_FILES
-from tasks.io import save_arrays, sha256_array, write_json
-from tasks.sources import decode_idx, decode_npz, read_location, read_mirror_file
+from tasks.io import atomic_path, save_arrays, sha256_array, write_json
+from tasks.sources import decode_idx, decode_npz, read_location, read_mirror_file, redact
 from tasks.stage import StageError, run_stage
 
 RAW_DIR = Path("data/raw")
@@ -39,13 +39,15 @@ def read_source(kind: str, location: str, params: IngestParams) -> tuple[dict[st
     if kind == "mirror":
         arrays, files = {}, {}
         for name in ARRAY_NAMES:
-            where, data = read_mirror_file(location, IDX_FILES[name], **fetch)
-            arrays[name] = decode_idx(data, where, expect_ndim=3 if name.startswith("x") else 1)
-            files[where] = hashlib.sha256(data).hexdigest()
+            ndim = 3 if name.startswith("x") else 1
+            stem = IDX_FILES[name]
+            where, data = read_mirror_file(location, stem, check=lambda b, s=stem, n=ndim: decode_idx(b, s, n), **fetch)
+            arrays[name] = decode_idx(data, redact(where), expect_ndim=ndim)
+            files[redact(where)] = hashlib.sha256(data).hexdigest()
         return arrays, {"files": files}
     pinned = params.url_sha256 if kind == "keras" else None
     data = read_location(location, sha256=pinned, **fetch)
-    return decode_npz(data, location), {"files": {location: hashlib.sha256(data).hexdigest()}}
+    return decode_npz(data, redact(location)), {"files": {redact(location): hashlib.sha256(data).hexdigest()}}
 
 
 def check_digests(arrays: dict[str, np.ndarray], pinned: dict[str, str], source: str) -> dict[str, str]:
@@ -63,18 +65,20 @@ def check_digests(arrays: dict[str, np.ndarray], pinned: dict[str, str], source:
 
 def ingest(params: Params, mirror_env: str | None = None) -> dict:
     kind, location = resolve_source(params.ingest, mirror_env)
-    print(f"[ingest] source: {kind} {location}", flush=True)
+    shown = redact(location)  # credentials in a URL never reach the log or the record
+    print(f"[ingest] source: {kind} {shown}", flush=True)
     arrays, origin = read_source(kind, location, params.ingest)
-    digests = check_digests(arrays, params.ingest.digests, location)
+    digests = check_digests(arrays, params.ingest.digests, shown)
     record = {
-        "source": {"kind": kind, "location": location, **origin},
+        "source": {"kind": kind, "location": shown, **origin},
         "arrays": {
             n: {"shape": list(arrays[n].shape), "dtype": str(arrays[n].dtype), "sha256": digests[n]}
             for n in ARRAY_NAMES
         },
     }
-    save_arrays(RAW_DIR, {n: arrays[n].astype(np.uint8, copy=False) for n in ARRAY_NAMES})
-    write_json(PROVENANCE, record)
+    with atomic_path(PROVENANCE) as staged:  # staged first, renamed last: both outputs change, or neither
+        write_json(staged, record)
+        save_arrays(RAW_DIR, {n: arrays[n].astype(np.uint8, copy=False) for n in ARRAY_NAMES})
     for n in ARRAY_NAMES:
         print(f"[ingest] {n}: {arrays[n].shape} sha256 {digests[n][:16]}… ok", flush=True)
     return record

@@ -26,6 +26,12 @@ def _umask() -> int:
     return mask
 
 
+def _name_target(exc: OSError, target: Path) -> None:
+    """A failed write names the output it was for, not a temporary name (a full disk names nothing)."""
+    if exc.filename is None or ".tmp" in str(exc.filename):
+        exc.filename = str(target)
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside target; rename it onto target only if the block succeeds."""
@@ -38,24 +44,41 @@ def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as exc:
+        _name_target(exc, target)
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_dir(target: Path | str) -> Iterator[Path]:
-    """Yield a fresh temporary folder; swap it in for target only if the block succeeds."""
+    """Yield a fresh temporary folder; swap it in for target only if the block succeeds.
+
+    The swap is two renames (target aside, tmp in). If the second fails, target is put back;
+    if a kill fell between them, the next call puts the set-aside version back first.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(f".{target.name}.old")
+    if old.is_dir() and not target.exists():
+        os.replace(old, target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     tmp.chmod(0o777 & ~_umask())
-    old = target.with_name(f".{target.name}.old")
     try:
         yield tmp
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():
             os.replace(target, old)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if old.exists() and not target.exists():
+                os.replace(old, target)
+            raise
+    except OSError as exc:
+        _name_target(exc, target)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)

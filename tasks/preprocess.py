@@ -10,7 +10,7 @@ import numpy as np
 
 from tasks.config import ARRAY_NAMES, Params
 from tasks.io import load_arrays, save_arrays
-from tasks.schemas import check_array, processed_images
+from tasks.schemas import check_array, processed_images, raw_labels
 from tasks.stage import StageError, run_stage
 
 RAW_DIR = Path("data/raw")
@@ -25,7 +25,7 @@ def scale_images(images: np.ndarray, scale: float = 255.0) -> np.ndarray:
 
 
 def preprocess_arrays(raw: dict[str, np.ndarray], scale: float = 255.0, max_indices: int = 10) -> dict[str, np.ndarray]:
-    """Scale both image sets and check them; labels pass through unchanged."""
+    """Scale both image sets and check them; labels pass through unchanged, checked again all the same."""
     processed: dict[str, np.ndarray] = {}
     failures = []
     for name in ARRAY_NAMES:
@@ -34,6 +34,7 @@ def preprocess_arrays(raw: dict[str, np.ndarray], scale: float = 255.0, max_indi
             failures += check_array(processed_images(len(raw[name])), name, processed[name], max_indices)
         else:
             processed[name] = np.asarray(raw[name])
+            failures += check_array(raw_labels(len(raw[name])), name, processed[name], max_indices)
     if failures:
         summary = "\n  ".join(str(f) for f in failures)
         raise StageError(f"processed data failed {len(failures)} check(s); nothing written:\n  {summary}")

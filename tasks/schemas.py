@@ -36,8 +36,15 @@ def _finite(da: xr.DataArray) -> xr.DataArray:
     return xr.apply_ufunc(np.isfinite, da)
 
 
+def label_counts(labels: np.ndarray) -> np.ndarray:
+    """How often each class 0..9 occurs; out-of-range, fractional or NaN labels count for none."""
+    flat = np.asarray(labels).ravel()
+    valid = flat[np.isin(flat, np.arange(10))]
+    return np.bincount(valid.astype(np.int64), minlength=10)[:10]
+
+
 def _all_classes(da: xr.DataArray) -> bool:
-    return bool(np.all(np.bincount(np.asarray(da).ravel().clip(0, 9), minlength=10) > 0))
+    return bool(np.all(label_counts(da.values) > 0))
 
 
 def raw_images(n: int) -> px.DataArraySchema:
@@ -102,7 +109,7 @@ def _failure(array: str, error: SchemaError, max_indices: int, data: np.ndarray)
     if check == "nullable" and data.ndim >= 1 and np.issubdtype(data.dtype, np.floating):
         return _located(array, check, message, np.isnan(data), max_indices)
     if check == "all_classes_present":
-        counts = np.bincount(np.asarray(data).ravel().clip(0, 9), minlength=10)
+        counts = label_counts(data)
         message = f"missing classes {[int(c) for c in np.flatnonzero(counts == 0)]}"
     return Failure(array, check, message)
 

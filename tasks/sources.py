@@ -7,14 +7,20 @@ complete file behind.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
+import http.client
 import io
+import re
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +32,24 @@ TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
 
 
 class SourceError(RuntimeError):
-    """The data source is unreachable, refused us, or sent something that is not MNIST."""
+    """The data source is unreachable, refused us, or sent something that is not MNIST.
+
+    transient: the network failed even after retries, so trying again later may help
+    (the stage exits 75 and the Prefect task retries); otherwise retrying will not help.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+_SECRET_QUERY = re.compile(r"(?i)([?&][^=&#\s]*(?:sig|token|key|secret|passw|pwd|credential|auth)[^=&#\s]*=)[^&#\s]*")
+
+
+def redact(text: str) -> str:
+    """URLs lose `user:pass@` and secret-looking query values, so no log line or record holds them."""
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
 
 
 # ---------------------------------------------------------------- decoding (pure)
@@ -37,7 +60,7 @@ def decode_idx(data: bytes, name: str, expect_ndim: int) -> np.ndarray:
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise SourceError(f"{name}: corrupt gzip stream ({exc}); fetch the file again") from None
     if len(data) < 4:
         raise SourceError(f"{name}: truncated IDX file ({len(data)} bytes, no header)")
@@ -90,49 +113,91 @@ def _progress(name: str, done: int, total: int | None, last: list[float]) -> Non
     print(f"  downloading {name}: {done / 1e6:.1f} MB{share}", file=sys.stderr, flush=True)
 
 
+def _request(url: str) -> urllib.request.Request:
+    """urllib ignores `user:pass@` in a URL (it looks the whole thing up as a host name): send it as
+    Basic auth instead, on this host only (an unredirected header is not forwarded on redirects)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return urllib.request.Request(url)
+    request = urllib.request.Request(parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl())
+    user = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    request.add_unredirected_header("Authorization", "Basic " + base64.b64encode(user.encode()).decode())
+    return request
+
+
 def _download_once(url: str, timeout: float) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    with urllib.request.urlopen(_request(url), timeout=timeout) as response:
         total = response.headers.get("Content-Length")
         total = int(total) if total and total.isdigit() else None
         chunks, done, last = [], 0, [0.0]
+        name = urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]
         while chunk := response.read(1 << 16):
             chunks.append(chunk)
             done += len(chunk)
-            _progress(url.rsplit("/", 1)[-1], done, total, last)
+            _progress(name, done, total, last)
     if total is not None and done != total:
         raise ConnectionError(f"connection closed after {done} of {total} bytes")
     return b"".join(chunks)
 
 
-def fetch(url: str, *, timeout: float, retries: int, sha256: str | None = None, backoff: float = 1.0) -> bytes:
+def _reason(exc: BaseException, timeout: float) -> str:
+    reason = getattr(exc, "reason", exc)
+    if isinstance(reason, TimeoutError):
+        return f"timed out: no data for {timeout:g}s (ingest.timeout_s)"
+    if isinstance(reason, http.client.IncompleteRead):
+        return f"connection closed mid-transfer ({reason!r})"
+    if isinstance(reason, http.client.HTTPException) and not isinstance(reason, OSError):
+        return f"not an HTTP answer ({type(reason).__name__}: {' '.join(str(reason).split())[:100]})"
+    return str(reason) or type(reason).__name__
+
+
+def fetch(
+    url: str,
+    *,
+    timeout: float,
+    retries: int,
+    sha256: str | None = None,
+    check: Callable[[bytes], object] | None = None,
+    backoff: float = 1.0,
+) -> bytes:
     """Download url into memory, retrying transient failures with exponential backoff.
 
     404/403 and other client errors are not retried: they will not fix themselves. A body whose
-    SHA-256 differs from the pinned one counts as a corrupted transfer and is retried.
+    SHA-256 differs from the pinned one, or that `check` refuses (a SourceError), counts as a
+    corrupted transfer and is retried. Messages never show the URL's credentials.
     """
+    shown = redact(url)
     for attempt in range(retries + 1):
         try:
             data = _download_once(url, timeout)
             if sha256 and (got := hashlib.sha256(data).hexdigest()) != sha256:
                 raise ConnectionError(f"corrupted download: SHA-256 {got}, pinned {sha256}")
+            if check:
+                check(data)
             return data
         except urllib.error.HTTPError as exc:
             if exc.code not in TRANSIENT_HTTP:
                 raise SourceError(
-                    f"{url}: server answered HTTP {exc.code} {exc.reason}; this will not fix itself. "
+                    f"{shown}: server answered HTTP {exc.code} {exc.reason}; this will not fix itself. "
                     "Point MNIST_MIRROR at a folder or URL holding the four IDX files, "
                     "or set ingest.source in params.yaml"
                 ) from None
             reason = f"HTTP {exc.code}"
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-            reason = str(getattr(exc, "reason", exc))
+        except http.client.InvalidURL as exc:
+            raise SourceError(f"{shown}: not a valid URL ({exc}); check ingest.url or MNIST_MIRROR") from None
+        except SourceError as exc:  # check refused the body
+            reason = f"corrupted download: {exc}"
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            reason = _reason(exc, timeout)  # refused, reset, timed out, cut short, not HTTP at all
+        reason = redact(reason)
         if attempt < retries:
             delay = backoff * 2**attempt
-            print(f"  {url}: {reason}; retry {attempt + 1}/{retries} in {delay:.0f}s", file=sys.stderr)
+            print(f"  {shown}: {reason}; retry {attempt + 1}/{retries} in {delay:.0f}s", file=sys.stderr, flush=True)
             time.sleep(delay)
     raise SourceError(
-        f"{url}: failed after {retries + 1} attempt(s), last error: {reason}. "
-        "Offline? Set MNIST_MIRROR to a local folder with the four IDX files"
+        f"{shown}: failed after {retries + 1} attempt(s), last error: {reason}. "
+        "Offline? Set MNIST_MIRROR to a local folder with the four IDX files",
+        transient=True,
     )
 
 
@@ -155,8 +220,12 @@ def mirror_candidates(mirror: str, stem: str) -> list[str]:
     return [f"{base}/{stem}.gz", f"{base}/{stem}"]
 
 
-def read_mirror_file(mirror: str, stem: str, *, timeout: float, retries: int) -> tuple[str, bytes]:
-    """Find one of the four files in a mirror folder or URL; name every place looked in if absent."""
+def read_mirror_file(
+    mirror: str, stem: str, *, timeout: float, retries: int, check: Callable[[bytes], object] | None = None
+) -> tuple[str, bytes]:
+    """Find one of the four files in a mirror folder or URL; name every place looked in if absent.
+
+    A download that `check` refuses (say, a truncated gzip stream) is fetched again."""
     tried = []
     for candidate in mirror_candidates(mirror, stem):
         if not is_url(candidate) or candidate.startswith("file://"):
@@ -166,9 +235,9 @@ def read_mirror_file(mirror: str, stem: str, *, timeout: float, retries: int) ->
             tried.append(candidate)
             continue
         try:
-            return candidate, fetch(candidate, timeout=timeout, retries=retries)
+            return candidate, fetch(candidate, timeout=timeout, retries=retries, check=check)
         except SourceError as exc:
             if "HTTP 404" not in str(exc):
                 raise
             tried.append(candidate)
-    raise SourceError(f"mirror {mirror} is missing {stem}: looked for {', '.join(tried)}")
+    raise SourceError(redact(f"mirror {mirror} is missing {stem}: looked for {', '.join(tried)}"))

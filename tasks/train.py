@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.config import Params, TrainParams
-from tasks.io import load_arrays, write_text
+from tasks.io import atomic_path, load_arrays, write_text
 from tasks.modelio import save_model
 from tasks.stage import StageError, run_stage
 
@@ -122,8 +122,9 @@ def train(params: Params) -> None:
     print(f"[train] {p.model}: {p.epochs} epochs, batch {p.batch_size}, {len(x)} samples", flush=True)
     verbose = 1 if sys.stdout.isatty() else 2
     model, rows = train_model(x, y, p, verbose=verbose)
-    save_model(model, MODEL)
-    write_text(TRAINING_LOG, training_csv(rows))
+    with atomic_path(TRAINING_LOG) as staged:  # staged first, renamed last: both outputs change, or neither
+        write_text(staged, training_csv(rows))
+        save_model(model, MODEL)
     print(f"[train] wrote {MODEL}; final loss {rows[-1]['loss']:.4f} accuracy {rows[-1]['accuracy']:.4f}")
 
 
