@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 TEMPFAIL = 75  # a stage exits with this when a retry may help (network trouble)
+EXITED_WITH = re.compile(r"failed to run: .*, exited with (\d+)")
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,18 @@ def repro_stage(root: Path, stage: str, env: dict[str, str], on_line: Callable[[
                 tail.append(line)
                 on_line(line)
         returncode = proc.wait()
-    return StageRun(stage, returncode, tuple(tail))
+    return StageRun(stage, stage_exit_code(returncode, tail), tuple(tail))
+
+
+def stage_exit_code(dvc_code: int, lines: Iterable[str]) -> int:
+    """The stage command's own exit code: DVC exits 255 whatever its stage returned, but says
+    `failed to run: <cmd>, exited with N`; that N decides whether a retry may help."""
+    if dvc_code == 0:
+        return 0
+    for line in lines:
+        if (match := EXITED_WITH.search(line)) is not None:
+            return int(match.group(1))
+    return dvc_code
 
 
 def failure_message(run: StageRun) -> str:

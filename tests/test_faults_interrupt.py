@@ -177,12 +177,6 @@ def test_second_dvc_repro_fails_clearly_and_corrupts_nothing(repo):
     assert leftovers(repo) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dvc repro exits 255 whatever its stage's exit code, and flows/pipeline.py compares dvc's code with "
-    "TEMPFAIL: a transient ingest failure (stage exit 75) is never retried by the flow. Fix in flows/stages.py, "
-    "e.g. map DVC's 'exited with 75' error line to TEMPFAIL in repro_stage.",
-)
 def test_a_stage_exiting_75_reaches_the_flow_as_tempfail(tmp_path):
     from flows.stages import TEMPFAIL, repro_stage
 

@@ -137,3 +137,17 @@ def test_failing_stage_fails_the_flow_with_its_message_and_stops(tmp_path, harne
     assert states["ingest"] == "Failed"
     assert set(states) == {"ingest"}
     assert not (root / "data/raw").exists()
+
+
+def test_ingest_task_retries_a_transient_network_failure(tmp_path, harness, http_server):
+    from tests.conftest import Reply, make_arrays, npz_bytes, sha256
+
+    body = npz_bytes(make_arrays())
+    url = http_server.serve("/mnist.npz", Reply(status=503), body)
+    root = make_repo(
+        tmp_path / "repo", ingest={"source": "keras", "url": url, "url_sha256": sha256(body), "retries": 0}
+    )
+    state = run_flow(root)
+    assert state.is_completed(), state.message
+    assert http_server.hits["/mnist.npz"] == 2  # the stage gave up after one try (retries: 0); the task retried it
+    assert state.result()["stages_run"] == STAGES
