@@ -12,10 +12,10 @@ import datetime as dt
 import fcntl
 import json
 import os
-import re
 import subprocess
 from pathlib import Path
 
+from tasks.errors import redact
 from tasks.io import write_json, write_text
 from tasks.lineage_card import render_card
 from tasks.lineage_dvc import cached_manifest, code_paths, hash_paths, load_yaml, lock_outs, pipeline
@@ -28,19 +28,6 @@ DATA = {"raw": "data/raw", "processed": "data/processed"}
 RECORD_VERSION = 1
 ENV_TRIGGER, ENV_RUN_ID, ENV_STAGES = "MNIST_RUN_TRIGGER", "MNIST_RUN_ID", "MNIST_STAGES_RUN"
 SELF_OUTPUTS = {LINEAGE.as_posix(), CARD.as_posix()}  # evaluate's own outputs cannot hold their own digest
-_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-_SECRET_QUERY = re.compile(r"(?i)([?&][^=&#\s]*(?:sig|token|key|secret|passw|pwd|credential|auth)[^=&#\s]*=)[^&#\s]*")
-
-
-def redact(value):
-    """Strip `user:pass@` from URLs and blank secret-looking query values, in any nested value."""
-    if isinstance(value, str):
-        return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", value))
-    if isinstance(value, dict):
-        return {redact(k): redact(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    return value
 
 
 def read_json_safe(path: Path) -> dict:

@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 from tasks.io import write_bytes
-from tasks.stage import StageError
+from tasks.errors import StageError
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 VOLATILE_METADATA = ("date_saved",)

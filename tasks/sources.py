@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import http.client
 import io
-import re
 import sys
 import time
 import urllib.error
@@ -26,30 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from tasks.digests import IDX_FILES
+from tasks.errors import SourceError, redact
 
 IDX_UINT8 = 0x08
 TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
-
-
-class SourceError(RuntimeError):
-    """The data source is unreachable, refused us, or sent something that is not MNIST.
-
-    transient: the network failed even after retries, so trying again later may help
-    (the stage exits 75 and the Prefect task retries); otherwise retrying will not help.
-    """
-
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
-
-
-_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-_SECRET_QUERY = re.compile(r"(?i)([?&][^=&#\s]*(?:sig|token|key|secret|passw|pwd|credential|auth)[^=&#\s]*=)[^&#\s]*")
-
-
-def redact(text: str) -> str:
-    """URLs lose `user:pass@` and secret-looking query values, so no log line or record holds them."""
-    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
 
 
 # ---------------------------------------------------------------- decoding (pure)

@@ -11,20 +11,17 @@ import time
 from collections.abc import Callable
 
 from tasks.config import Params, ParamsError, load_params
+from tasks.errors import SourceError, StageError, redact
+
+__all__ = ["StageError", "run_stage"]
 
 EXIT_FAILED = 1
 EXIT_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL: a retry may help (flows/stages.py TEMPFAIL retries the task)
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
-class StageError(RuntimeError):
-    """A stage refused its input; the message says what is wrong and what to do."""
-
-
 def describe(exc: BaseException) -> str:
     """One line for the user: disk-full errors say what to do and that nothing was replaced."""
-    from tasks.sources import redact
-
     if isinstance(exc, OSError) and exc.errno in DISK_FULL:
         where = f" while writing {exc.filename}" if exc.filename else ""
         return (
@@ -36,8 +33,6 @@ def describe(exc: BaseException) -> str:
 
 def exit_code(exc: BaseException) -> int:
     """75 for network trouble that outlasted the retries (worth trying again later), 1 otherwise."""
-    from tasks.sources import SourceError
-
     return EXIT_TEMPFAIL if isinstance(exc, SourceError) and exc.transient else EXIT_FAILED
 
 
@@ -48,8 +43,6 @@ def _terminate(signum: int, frame) -> None:
 
 def run_stage(name: str, body: Callable[[Params], None], argv: list[str] | None = None) -> int:
     """Entry point of `python -m tasks.<stage>`: exit 0 on success, 1 (or 75) with a message otherwise."""
-    from tasks.sources import SourceError
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner drowns the stage's own log
     started = time.perf_counter()
     main_thread = threading.current_thread() is threading.main_thread()  # only there may handlers be set
