@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SEED_SCRIPT = Path(__file__).resolve().with_name("seed_script.py")
 PYTHON = Path(sys.executable)
 BIN = PYTHON.parent
 STAGES = ("ingest", "validate", "preprocess", "train", "evaluate")
@@ -146,6 +147,12 @@ def project_files(src: Path) -> list[str]:
     return sorted({name for name in listing.split("\0") if name and (src / name).is_file()})
 
 
+def describe_commit(src: Path) -> str:
+    """The commit measured, marked -dirty when the working tree differs from it."""
+    done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=src, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
 def make_workspace(src: Path, dest: Path) -> Path:
     for name in [*project_files(src), ".dvc/config"]:
         target = dest / name
@@ -186,7 +193,8 @@ def read_stage_log(path: Path) -> list[dict]:
 
 
 def run_bare(workspace: Path, env: dict[str, str], mirror: Path) -> Measured:
-    run = check(run_measured([os.fspath(PYTHON), "bench/seed_script.py", os.fspath(mirror)], workspace, env), "bare")
+    cmd = [os.fspath(PYTHON), os.fspath(SEED_SCRIPT), os.fspath(mirror)]
+    run = check(run_measured(cmd, workspace, env), "bare")
     found = re.findall(r"test accuracy ([0-9.]+)", run.output)
     run.accuracy = float(found[-1]) if found else None
     return run
@@ -431,7 +439,8 @@ def report(results: dict) -> str:
     ]
     target_rows = [[name, want, got, "PASS" if ok else "FAIL"] for name, want, got, ok in targets(results)]
     parts = [
-        f"Medians of {n} runs each; peak RSS is the largest over the runs. {results['machine']}",
+        f"Commit {results['commit']}. Medians of {n} runs each; peak RSS is the largest over the runs.",
+        results["machine"],
         "",
         table(["run", "wall s", "CPU s", "peak RSS MiB", "vs bare"], measured),
         "",
@@ -455,17 +464,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-prefect", action="store_true", help="skip the Prefect flow timings")
     parser.add_argument("--mirror", type=Path, default=Path(os.environ.get("MNIST_MIRROR", "/work/shared/data/mnist")))
     parser.add_argument("--json", type=Path, help="also write every measurement to this file")
+    parser.add_argument("--project", type=Path, default=ROOT, help="git checkout to measure (default: this one)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary workspace")
     args = parser.parse_args(argv)
 
     results: dict = {"started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "repeats": args.repeats}
     tmp = Path(tempfile.mkdtemp(prefix="mnist-bench-"))
     try:
-        workspace = make_workspace(ROOT, tmp / "project")
+        workspace = make_workspace(args.project.resolve(), tmp / "project")
         shim_dir = tmp / "bin"
         write_shim(shim_dir)
         env = base_env(workspace, shim_dir, args.mirror.resolve(), tmp / "prefect-home")
-        say(f"workspace {workspace}; {machine()}")
+        results["commit"] = describe_commit(args.project.resolve())
+        say(f"measuring {args.project.resolve()} at {results['commit']} in {workspace}; {machine()}")
 
         bare_runs, cold_runs = [], []
         for i in range(1, args.repeats + 1):
