@@ -143,3 +143,35 @@ def test_stage_command_fails_cleanly_on_bad_model(evaluated_project, arrays, cap
     assert evaluate_module.main() == 1
     assert "[evaluate] FAILED: models/model.keras is not a Keras model" in capsys.readouterr().err
     assert snapshot(evaluated_project) == before
+
+
+def test_numpy_inference_of_the_seed_mlp_equals_keras(model_file, processed):
+    """The seed mlp's logits read from the file without Keras agree with Keras's own predict."""
+    import keras
+
+    from tasks.evaluate import mlp_layers, mlp_logits
+
+    x = processed["x_test"]
+    dense = mlp_layers(model_file, (28, 28, 1))
+    assert dense is not None and [d[0].shape for d in dense] == [(784, 128), (128, 10)]
+    assert [d[2] for d in dense] == ["relu", "linear"]
+    theirs = keras.saving.load_model(model_file, safe_mode=True).predict(x, verbose=0)
+    ours = mlp_logits(dense, x, batch_size=7)  # batches that do not divide the data
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert (ours.argmax(axis=1) == theirs.argmax(axis=1)).all()
+
+
+def test_anything_but_the_seed_mlp_goes_through_keras_safe_mode(tmp_path, processed):
+    from tasks.config import TrainParams
+    from tasks.evaluate import mlp_layers
+    from tasks.modelio import save_model
+    from tasks.train import train_model
+
+    model, _ = train_model(
+        processed["x_train"], processed["y_train"], TrainParams(model="cnn", epochs=1, batch_size=10)
+    )
+    save_model(model, tmp_path / "cnn.keras")
+    assert mlp_layers(tmp_path / "cnn.keras", (28, 28, 1)) is None
+    assert mlp_layers(tmp_path / "cnn.keras", (14, 14, 1)) is None
+    (tmp_path / "junk.keras").write_bytes(b"not a model")
+    assert mlp_layers(tmp_path / "junk.keras", (28, 28, 1)) is None
