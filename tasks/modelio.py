@@ -14,8 +14,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from tasks.io import write_bytes
 from tasks.errors import StageError
+from tasks.io import write_bytes
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 VOLATILE_METADATA = ("date_saved",)
