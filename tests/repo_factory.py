@@ -44,14 +44,19 @@ def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return run([sys.executable, "-m", "dvc", *args], root, check=check)
 
 
-def make_repo(dest: Path, seed: int = 0, **sections: dict) -> Path:
-    """Copy the tracked project files into dest, point params.yaml at a synthetic npz, git init."""
+def copy_project(dest: Path) -> Path:
+    """The project's files as a clone of this work holds them, minus dvc.lock: the copy builds everything."""
     for rel in tracked_files():
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, target)
-    for stale in ("dvc.lock",):
-        (dest / stale).unlink(missing_ok=True)
+    (dest / "dvc.lock").unlink(missing_ok=True)
+    return dest
+
+
+def make_repo(dest: Path, seed: int = 0, **sections: dict) -> Path:
+    """Copy the project into dest, point params.yaml at a synthetic npz, git init."""
+    copy_project(dest)
     arrays = make_arrays(seed)
     npz = dest.parent / f"{dest.name}-mnist.npz"
     npz.write_bytes(npz_bytes(arrays))

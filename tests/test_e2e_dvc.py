@@ -20,6 +20,7 @@ from tasks.config import ARRAY_NAMES
 from tasks.digests import MNIST_ARRAY_SHA256
 from tasks.io import file_digest, load_arrays, sha256_array
 from tests.conftest import REPO
+from tests.repo_factory import copy_project
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -34,19 +35,6 @@ def mirror_location() -> str:
     if not folder.is_dir():
         pytest.skip(f"MNIST mirror {folder} not found: the end-to-end test needs the four IDX files (set MNIST_MIRROR)")
     return str(folder)
-
-
-def repository_files() -> list[str]:
-    """Tracked files plus new ones not yet committed (not ignored): what a clone of this work holds."""
-    out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    files = {line for line in out.splitlines() if line and (REPO / line).is_file()}
-    return sorted(files | {".dvc/config"})
 
 
 class Project:
@@ -66,11 +54,7 @@ class Project:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> Project:
     mirror = mirror_location()
-    root = tmp_path_factory.mktemp("repo")
-    for rel in repository_files():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, root / rel)
-    (root / "dvc.lock").unlink(missing_ok=True)  # a fresh copy must build everything itself
+    root = copy_project(tmp_path_factory.mktemp("repo"))  # without dvc.lock: it must build everything itself
     project = Project(root, mirror)
     project.run("git", "init", "-q")
     output = project.run("dvc", "repro")
@@ -128,3 +112,38 @@ def test_forced_training_reproduces_the_model_byte_for_byte(pipeline):
     assert "Running stage 'train'" in output
     assert file_digest(model) == before
     assert UP_TO_DATE in pipeline.run("dvc", "status")  # downstream sees no change
+
+
+def test_prefect_flow_on_the_fresh_workspace_skips_every_stage(pipeline, tmp_path):
+    lock = (pipeline.root / "dvc.lock").read_bytes()
+    env = {k: v for k, v in pipeline.env.items() if k != "PREFECT_API_URL"}  # the ephemeral server
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    proc = subprocess.run(
+        ["mnist-pipeline", "run"], cwd=pipeline.root, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "stages run: none" in proc.stdout
+    assert (proc.stdout + proc.stderr).count("Finished in state Skipped") == 5
+    assert (pipeline.root / "dvc.lock").read_bytes() == lock
+    assert UP_TO_DATE in pipeline.run("dvc", "status")
+
+
+def test_lineage_verify_passes_then_names_a_flipped_model_byte(pipeline, tmp_path):
+    assert "verify OK" in pipeline.run("mnist-pipeline", "lineage", "verify")
+    trace = pipeline.run("mnist-pipeline", "lineage", "trace", "models/model.keras")
+    assert all(digest in trace for digest in MNIST_ARRAY_SHA256.values())
+    model = pipeline.root / "models/model.keras"
+    backup = tmp_path / "model.keras"
+    shutil.copy2(model, backup)
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    try:
+        proc = subprocess.run(
+            ["mnist-pipeline", "lineage", "verify"], cwd=pipeline.root, env=pipeline.env, capture_output=True, text=True
+        )
+        assert proc.returncode != 0
+        assert "models/model.keras: changed" in proc.stdout + proc.stderr
+    finally:
+        shutil.copy2(backup, model)
+    assert "verify OK" in pipeline.run("mnist-pipeline", "lineage", "verify")

@@ -16,9 +16,11 @@ STAGES = ["ingest", "validate", "preprocess", "train", "evaluate"]
 
 @pytest.fixture(scope="module")
 def harness():
+    """A temporary Prefect API; the flow's stages run on the synthetic npz, so no MNIST_MIRROR override."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with pytest.MonkeyPatch.context() as patch, prefect_test_harness(server_startup_timeout=120):
+        patch.delenv("MNIST_MIRROR", raising=False)
         yield
 
 
