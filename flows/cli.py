@@ -14,10 +14,13 @@ from pathlib import Path
 
 def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.pipeline import mnist_pipeline
-    from flows.workspace import parse_assignments
+    from flows.workspace import overridden_params, parse_assignments
 
     overrides = parse_assignments(args.set)
+    overridden_params(args.root, overrides)  # a bad setting stops here: before Prefect starts, nothing written
+
+    from flows.pipeline import mnist_pipeline
+
     state = mnist_pipeline(
         root=os.fspath(args.root), overrides=overrides, pull=args.pull, push=args.push, return_state=True
     )
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"mnist-pipeline: {exc}", file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from tasks.config import parse_params
+from tasks.config import load_params, parse_params
 from tasks.io import write_text
 
 LOCK_FILE = Path(".dvc/tmp/mnist-pipeline.lock")
@@ -62,17 +62,15 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def apply_overrides(root: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Write overrides into params.yaml (comments kept) after checking the result is valid.
+def overridden_params(root: Path, overrides: Mapping[str, Any]) -> tuple[YAML, Any]:
+    """params.yaml with the overrides applied in memory (comments kept), checked like any params.yaml.
 
-    Going through params.yaml is what makes an override reach DVC's record: dvc.lock will
-    hold the new value, and `dvc status` sees the change like any hand edit.
+    Raises ParamsError or ValueError naming the key: nothing has been written yet.
     """
-    if not overrides:
-        return {}
     yaml = YAML()
     yaml.preserve_quotes = True
     path = root / "params.yaml"
+    load_params(path)  # the file as it stands must be readable and valid first
     document = yaml.load(path.read_text())
     for key, value in overrides.items():
         node = document
@@ -82,8 +80,20 @@ def apply_overrides(root: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"override {key}: params.yaml has no section {part!r}")
             node = node[part]
         node[leaf] = value
-    parse_params(document, f"params.yaml with overrides {dict(overrides)}")  # refuse before writing
+    parse_params(document, f"params.yaml with overrides {dict(overrides)}")
+    return yaml, document
+
+
+def apply_overrides(root: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Write overrides into params.yaml after checking the result is valid.
+
+    Going through params.yaml is what makes an override reach DVC's record: dvc.lock will
+    hold the new value, and `dvc status` sees the change like any hand edit.
+    """
+    if not overrides:
+        return {}
+    yaml, document = overridden_params(root, overrides)
     buffer = io.StringIO()
     yaml.dump(document, buffer)
-    write_text(path, buffer.getvalue())
+    write_text(root / "params.yaml", buffer.getvalue())
     return dict(overrides)

@@ -58,7 +58,7 @@ class PreprocessParams(_Section):
 class TrainParams(_Section):
     model: Literal["mlp", "cnn"] = "mlp"
     epochs: int = Field(default=5, ge=1, le=1000)
-    batch_size: int = Field(default=32, ge=1, le=65536)
+    batch_size: int = Field(default=32, ge=1)  # at most validate.train_size, checked below
     learning_rate: float = Field(default=0.001, gt=0, le=1)
     hidden_units: int = Field(default=128, ge=1, le=65536)
     dropout: float = Field(default=0.2, ge=0, lt=1)

@@ -205,6 +205,12 @@ def read_mirror_file(
     """Find one of the four files in a mirror folder or URL; name every place looked in if absent.
 
     A download that `check` refuses (say, a truncated gzip stream) is fetched again."""
+    local = mirror.removeprefix("file://")
+    if (not is_url(mirror) or mirror.startswith("file://")) and not Path(local).is_dir():
+        raise SourceError(
+            f"mirror folder {local} does not exist (resolved from {Path.cwd()}): set MNIST_MIRROR or "
+            "ingest.mirror to the folder holding the four IDX files, as an absolute path"
+        )
     tried = []
     for candidate in mirror_candidates(mirror, stem):
         if not is_url(candidate) or candidate.startswith("file://"):
@@ -219,4 +225,9 @@ def read_mirror_file(
             if "HTTP 404" not in str(exc):
                 raise
             tried.append(candidate)
-    raise SourceError(redact(f"mirror {mirror} is missing {stem}: looked for {', '.join(tried)}"))
+    raise SourceError(
+        redact(
+            f"mirror {mirror} is missing {stem}: looked for {', '.join(tried)}. A mirror holds the four original "
+            "IDX files of MNIST (gzipped or not): put the missing one there, or point MNIST_MIRROR elsewhere"
+        )
+    )

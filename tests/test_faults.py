@@ -364,7 +364,10 @@ def test_mirror_missing_a_file_names_it_and_every_place_looked(
         base = http_server.url("/mnist")
     with pytest.raises(SourceError) as err:
         ingest(make_params(ingest={"source": "mirror", "mirror": base}))
-    assert str(err.value) == f"mirror {base} is missing {stem}: looked for {base}/{stem}.gz, {base}/{stem}"
+    assert str(err.value) == (
+        f"mirror {base} is missing {stem}: looked for {base}/{stem}.gz, {base}/{stem}. A mirror holds the four "
+        "original IDX files of MNIST (gzipped or not): put the missing one there, or point MNIST_MIRROR elsewhere"
+    )
     assert not err.value.transient
     assert sleeps == []
     assert_untouched(project, previous)

@@ -274,7 +274,10 @@ def test_read_mirror_file_missing_everywhere(tmp_path):
     stem = IDX_FILES["x_test"]
     with pytest.raises(SourceError) as err:
         read_mirror_file(str(tmp_path), stem, **FAST)
-    assert str(err.value) == f"mirror {tmp_path} is missing {stem}: looked for {tmp_path}/{stem}.gz, {tmp_path}/{stem}"
+    assert str(err.value).startswith(
+        f"mirror {tmp_path} is missing {stem}: looked for {tmp_path}/{stem}.gz, {tmp_path}/{stem}. "
+    )
+    assert "put the missing one there, or point MNIST_MIRROR elsewhere" in str(err.value)
 
 
 def test_read_mirror_file_base_url_gzipped(http_server, arrays, sleeps):
@@ -312,3 +315,10 @@ def test_read_mirror_file_base_url_server_error_is_not_mistaken_for_missing(http
     with pytest.raises(SourceError, match=r"failed after 3 attempt.*HTTP 500"):
         read_mirror_file(http_server.url("/mnist"), stem, **FAST)
     assert http_server.hits[f"/mnist/{stem}.gz"] == 3
+
+
+def test_mirror_folder_that_does_not_exist_is_named_as_such(tmp_path):
+    from tasks.sources import SourceError, read_mirror_file
+
+    with pytest.raises(SourceError, match=r"mirror folder .*/nowhere does not exist .*as an absolute path"):
+        read_mirror_file(str(tmp_path / "nowhere"), "train-images-idx3-ubyte", timeout=1, retries=0)
