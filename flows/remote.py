@@ -10,16 +10,13 @@ restored from it, so it must not look successful.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections import deque
 from pathlib import Path
 from typing import Literal
 
 from prefect import get_run_logger, task
 from prefect.states import Completed
 
-from flows.stages import stage_env
+from flows.stages import run_dvc
 
 Direction = Literal["pull", "push"]
 
@@ -30,17 +27,8 @@ class RemoteSyncFailed(RuntimeError):
 
 def dvc_sync(root: Path, direction: Direction, on_line=print) -> tuple[int, list[str]]:
     """Run `dvc pull` or `dvc push` in root, streaming its output; (exit code, last lines)."""
-    cmd = [sys.executable, "-m", "dvc", direction]
-    tail: deque[str] = deque(maxlen=10)
-    with subprocess.Popen(
-        cmd, cwd=root, env=stage_env({}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    ) as proc:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            if line := raw.rstrip():
-                tail.append(line)
-                on_line(line)
-        return proc.wait(), list(tail)
+    code, tail = run_dvc(root, [direction], {}, on_line, keep=10)
+    return code, list(tail)
 
 
 @task(name="sync-remote", retries=1, retry_delay_seconds=10)

@@ -68,12 +68,13 @@ def stage_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def repro_stage(root: Path, stage: str, env: dict[str, str], on_line: Callable[[str], None]) -> StageRun:
-    """Run one stage through DVC, streaming its output line by line; keep the tail for errors."""
-    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
-    tail: deque[str] = deque(maxlen=15)
+def run_dvc(
+    root: Path, args: list[str], env: dict[str, str], on_line: Callable[[str], None], keep: int = 15
+) -> tuple[int, tuple[str, ...]]:
+    """Run `dvc <args>` in root, streaming its output line by line; (exit code, the last `keep` lines)."""
+    tail: deque[str] = deque(maxlen=keep)
     with subprocess.Popen(
-        cmd,
+        [sys.executable, "-m", "dvc", *args],
         cwd=root,
         env=stage_env(env),
         stdout=subprocess.PIPE,
@@ -83,12 +84,16 @@ def repro_stage(root: Path, stage: str, env: dict[str, str], on_line: Callable[[
     ) as proc:
         assert proc.stdout is not None
         for raw in proc.stdout:
-            line = raw.rstrip()
-            if line:
+            if line := raw.rstrip():
                 tail.append(line)
                 on_line(line)
-        returncode = proc.wait()
-    return StageRun(stage, stage_exit_code(returncode, tail), tuple(tail))
+        return proc.wait(), tuple(tail)
+
+
+def repro_stage(root: Path, stage: str, env: dict[str, str], on_line: Callable[[str], None]) -> StageRun:
+    """Run one stage through DVC; keep the tail of its output for errors."""
+    returncode, tail = run_dvc(root, ["repro", "--single-item", stage], env, on_line)
+    return StageRun(stage, stage_exit_code(returncode, tail), tail)
 
 
 def stage_exit_code(dvc_code: int, lines: Iterable[str]) -> int:
